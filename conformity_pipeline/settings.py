@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     consumer_batch_timeout_ms: int = Field(default=200, ge=0)
     consumer_retry_backoff_seconds: float = Field(default=2.0, ge=0)
 
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    public_url: str | None = None
+
     pipeline_data_dir: Path = Path(".conformity-pipeline")
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
