@@ -148,11 +148,11 @@ class BatchRunner:
         position = rejection.position
         headers = {name: value.decode("utf-8", "replace") for name, value in rejection.headers}
         headers |= {
-            Header.DEAD_LETTER_REASON: rejection.reason,
-            Header.DEAD_LETTER_CONSUMER: self.reaction.name,
-            Header.ORIGINAL_TOPIC: position.topic,
-            Header.ORIGINAL_PARTITION: str(position.partition),
-            Header.ORIGINAL_OFFSET: str(position.offset),
+            Header.DEAD_LETTER_REASON.value: rejection.reason,
+            Header.DEAD_LETTER_CONSUMER.value: self.reaction.name,
+            Header.ORIGINAL_TOPIC.value: position.topic,
+            Header.ORIGINAL_PARTITION.value: str(position.partition),
+            Header.ORIGINAL_OFFSET.value: str(position.offset),
         }
         await self.broker.publish(
             rejection.body,
