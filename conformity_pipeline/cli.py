@@ -9,6 +9,7 @@ from typing import Annotated
 
 import httpx
 import typer
+from prometheus_client import start_http_server
 
 from conformity_pipeline import local
 from conformity_pipeline.errors import PipelineError
@@ -87,6 +88,7 @@ def consume(
     try:
         settings = _settings()
         ensure_topics(settings)
+        start_http_server(settings.metrics_port)
         _run_services(settings, edge=False, consumer_names=names or [])
     except PipelineError as error:
         raise _fail(error) from None

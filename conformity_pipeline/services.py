@@ -10,6 +10,7 @@ from faststream.kafka import KafkaBroker
 from kafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from conformity_pipeline import metrics
 from conformity_pipeline.errors import ConfigError
 from conformity_pipeline.lag import group_lag
 from conformity_pipeline.schema import assert_at_head
@@ -77,6 +78,7 @@ class Consumers:
     names: Sequence[str]
     engine: AsyncEngine
     broker: KafkaBroker = field(init=False)
+    _lag_task: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.names) - set(REACTIONS))
@@ -97,6 +99,18 @@ class Consumers:
         async with self.engine.connect() as connection:
             await connection.run_sync(assert_at_head)
         await self.broker.start()
+        self._lag_task = asyncio.create_task(self._watch_lag())
+
+    async def _watch_lag(self, interval: float = 15.0) -> None:
+        """Keep the conformity_consumer_lag gauge current while the consumers run."""
+        while True:
+            for name, group in zip(self.names, self.groups(), strict=True):
+                try:
+                    lag = await asyncio.to_thread(group_lag, self.settings, group)
+                except KafkaError:
+                    continue  # the broker is away; the next round tries again
+                metrics.CONSUMER_LAG.labels(name).set(lag)
+            await asyncio.sleep(interval)
 
     def groups(self) -> list[str]:
         """The consumer group of each running reaction."""
@@ -121,6 +135,8 @@ class Consumers:
 
     async def stop(self) -> None:
         """Leave the groups (committing nothing more) and close the database pool."""
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         await self.broker.stop()
         await self.engine.dispose()
 

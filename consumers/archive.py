@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conformity_pipeline import metrics
 from conformity_pipeline.tables import webhook_deliveries
 from consumers.delivery import Delivery, UnreadableRecord
 from consumers.runtime import Rejection
@@ -110,6 +111,7 @@ class Archive:
             return rejections
         inserted = await connection.execute(_INSERT_DELIVERIES, [r["delivery"] for r in rows])
         fresh = {row.event_id for row in inserted}
+        metrics.CONSUMER_DUPLICATES.labels(self.name).inc(len(rows) - len(fresh))
         counts = Counter(r["event"]["body_sha256"] for r in rows if r["event_id"] in fresh)
         events = self._first_per_body(rows, counts)
         if events:

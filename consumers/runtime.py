@@ -8,6 +8,7 @@ must be idempotent.
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from conformity_pipeline import metrics
 from conformity_pipeline.settings import Settings
 from conformity_pipeline.topics import Header
 from consumers.delivery import Delivery, RecordPosition, UnreadableRecord, decode_record
@@ -85,6 +87,13 @@ class BatchRunner:
 
     async def run(self, records: Sequence[Any]) -> None:
         """Apply one batch of aiokafka ConsumerRecords; raise to have the batch redelivered."""
+        started = time.perf_counter()
+        await self._run(records)
+        name = self.reaction.name
+        metrics.CONSUMER_BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+        metrics.CONSUMER_EVENTS.labels(name).inc(len(records))
+
+    async def _run(self, records: Sequence[Any]) -> None:
         deliveries, rejections = self._decode(records)
         try:
             rejections += await self._apply(deliveries)
@@ -160,6 +169,7 @@ class BatchRunner:
             key=rejection.key,
             headers=headers,
         )
+        metrics.CONSUMER_DEAD_LETTERS.labels(self.reaction.name).inc()
         logger.warning(
             "Sent a record to the dead letters",
             extra={

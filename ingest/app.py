@@ -9,15 +9,18 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from conformity_pipeline import metrics
 from conformity_pipeline.errors import DependencyError, InputError
 from conformity_pipeline.settings import Settings
 from conformity_pipeline.topics import Header
@@ -46,16 +49,22 @@ class Edge:
 
     async def receive(self, request: Request) -> Response:
         """Handle `POST /webhooks/conformity` (see the module docstring for the answers)."""
+        with metrics.INGEST_REQUEST_SECONDS.time():
+            return await self._receive(request)
+
+    async def _receive(self, request: Request) -> Response:
         try:
             body = await self._read_body(request)
             self._check_required_headers(request)
             form = self._verify(request, body)
             record = self._record(body, form)
-            await self.publisher.publish(record)
+            await self._publish(record)
         except InputError as error:
+            metrics.INGEST_REQUESTS.labels("refused", error.reason).inc()
             logger.warning("Refused a delivery", extra={"reason": error.reason})
             return JSONResponse({"error": error.reason, "detail": str(error)}, error.status)
         except DependencyError as error:
+            metrics.INGEST_REQUESTS.labels("unavailable", "broker-unavailable").inc()
             logger.warning("Kafka did not take a delivery", extra={"error": str(error)})
             retry_after = str(self.settings.ingest_retry_after_seconds)
             return JSONResponse(
@@ -63,12 +72,21 @@ class Edge:
                 503,
                 headers={"Retry-After": retry_after},
             )
+        metrics.INGEST_REQUESTS.labels("accepted", "ok").inc()
+        metrics.INGEST_SIGNATURE_FORMS.labels(form.value).inc()
         event_id = record.headers[Header.EVENT_ID]
         logger.info(
             "Accepted a delivery",
             extra={"event_id": event_id, "kind": record.headers[Header.KIND], "form": form.value},
         )
         return JSONResponse({"event_id": event_id}, 202)
+
+    async def _publish(self, record: OutgoingRecord) -> None:
+        started = time.perf_counter()
+        try:
+            await self.publisher.publish(record)
+        finally:
+            metrics.INGEST_BROKER_WRITE_SECONDS.observe(time.perf_counter() - started)
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.ingest_max_body_bytes
@@ -128,6 +146,10 @@ class Edge:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "broker-unreachable"}, 503)
 
+    async def prometheus(self, request: Request) -> Response:
+        """Prometheus metrics of this process (the consumers' too, when run by `up`)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
 
 def _too_large(limit: int) -> InputError:
     return InputError(
@@ -152,5 +174,6 @@ def create_app(settings: Settings, publisher: Publisher, clock: Clock = utc_now)
         Route("/webhooks/conformity", edge.receive, methods=["POST"]),
         Route("/healthz", edge.healthz, methods=["GET"]),
         Route("/readyz", edge.readyz, methods=["GET"]),
+        Route("/metrics", edge.prometheus, methods=["GET"]),
     ]
     return Starlette(routes=routes)

@@ -214,6 +214,7 @@ def _pipeline_env(settings: Settings) -> dict[str, str]:
         "KAFKA_DEAD_LETTER_TOPIC": settings.kafka_dead_letter_topic,
         "KAFKA_CONSUMER_GROUP_PREFIX": settings.kafka_consumer_group_prefix,
         "CONSUMER_MAX_RECORDS": "50",
+        "METRICS_PORT": "0",
     }
 
 

@@ -6,7 +6,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -280,5 +279,26 @@ class TestStartupRefusals:
         assert token not in message
 
 
-def test_fixture_files_exist() -> None:
-    assert Path(fixtures_dir(), "signatures.json").is_file()
+def _sample(text: str, name: str) -> float:
+    """The value of the sample `name` (with its labels) in a Prometheus text page."""
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == name:
+            return float(value)
+    return 0.0
+
+
+async def test_metrics_count_outcomes_and_forms(edge: Edge) -> None:
+    accepted = 'conformity_ingest_requests_total{outcome="accepted",reason="ok"}'
+    refused = 'conformity_ingest_requests_total{outcome="refused",reason="bad-signature"}'
+    raw_form = 'conformity_ingest_signature_form_total{form="raw"}'
+    async with httpx.AsyncClient() as client:
+        before = (await client.get(url(edge, "/metrics"))).text
+        body = b'{"accountId":"m"}'
+        await post(edge, body, signed(body))
+        await post(edge, body, {"X-TrendMicro-Signature": "0" * 64})
+        after = (await client.get(url(edge, "/metrics"))).text
+
+    deltas = [_sample(after, name) - _sample(before, name) for name in (accepted, refused, raw_form)]
+    assert deltas == [1.0, 1.0, 1.0]
+    assert "X-TrendMicro-Signature" not in after and TOKEN not in after
