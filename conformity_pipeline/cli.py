@@ -10,6 +10,7 @@ from typing import Annotated
 import httpx
 import typer
 from prometheus_client import start_http_server
+from sqlalchemy import make_url
 
 from conformity_pipeline import local
 from conformity_pipeline.errors import PipelineError
@@ -141,6 +142,8 @@ def _announce(settings: Settings) -> Callable[[int], None]:
         endpoint.write_text(url + "\n")
         typer.echo(f"POST Conformity checks to: {url}")
         typer.echo(f"Data folder: {settings.pipeline_data_dir.resolve()}")
+        database = make_url(settings.database_url or "").render_as_string(hide_password=True)
+        typer.echo(f"Database (query it with psql): {database}")
         typer.echo("Ready: the edge and the consumers are running (Ctrl-C stops them).")
 
     return announce
@@ -187,6 +190,11 @@ def _send_one(client: httpx.Client, path: Path, url: str, token: str) -> int:
         return 1
     typer.echo(f"{path}: {answer.status_code} {answer.text}")
     return 0 if answer.is_success else 1
+
+
+from conformity_pipeline import ops_commands  # noqa: E402
+
+ops_commands.register(app)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ def group_lag(settings: Settings, group: str) -> int:
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = consumer.end_offsets(partitions)
-        committed = admin.list_consumer_group_offsets(group, partitions=partitions)
+        committed = admin.list_group_offsets({group: partitions}).get(group, {})
     finally:
         consumer.close()
         admin.close()

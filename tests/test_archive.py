@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from conformity_pipeline.errors import SchemaNotAtHead
+from conformity_pipeline.lag import group_lag
 from conformity_pipeline.services import Consumers, Edge, build_consumers, build_edge
 from conformity_pipeline.settings import Settings
 from conformity_pipeline.topics import ensure_topics
@@ -250,6 +251,8 @@ async def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(
                 connection.execute(text("SELECT count(*) FROM webhook_events")).scalar_one()
             )
 
+    group = f"{settings.kafka_consumer_group_prefix}.archive"
+    assert group_lag(settings, group) == 3000
     first = _spawn_consumer(settings)
     await eventually(lambda: stored() > 0, timeout=60, interval=0.05)
     first.send_signal(signal.SIGKILL)
@@ -272,6 +275,7 @@ async def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(
     engine.dispose()
     assert 0 < killed_at < 3000
     assert tuple(totals) == (3000, 3000, 3000)
+    assert group_lag(settings, group) == 0
 
 
 def test_two_migrations_at_once_both_succeed(empty_database_url: str) -> None:

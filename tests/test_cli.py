@@ -1,0 +1,96 @@
+"""The README's promise: `up` with nothing configured, `send` the fixtures, each stored once."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import psycopg
+import pytest
+
+from tests.fixtures import fixtures_dir
+
+CHECKS = sorted(fixtures_dir().glob("*.json"))
+COMMAND = [sys.executable, "-m", "conformity_pipeline"]
+UNSET = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "CONFORMITY_WEBHOOK_TOKENS")
+
+
+def _wait_for_line(stream: IO[str], prefix: str, timeout: float) -> list[str]:
+    """Lines read until one starting with `prefix`; fails after `timeout` seconds."""
+    deadline, lines = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError(f"no line starting with {prefix!r}; got {lines}")
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env |= {"PIPELINE_DATA_DIR": str(tmp_path / "data"), "INGEST_PORT": "0"}
+    process = subprocess.Popen(
+        [*COMMAND, "up"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_up_then_send_stores_each_fixture_once(up: subprocess.Popen[str], tmp_path: Path) -> None:
+    assert up.stdout is not None
+    lines = _wait_for_line(up.stdout, "Ready", timeout=180)
+    data = tmp_path / "data"
+    database = next(line.split(": ", 1)[1] for line in lines if line.startswith("Database"))
+    token = (data / "token").read_text().strip()
+
+    sent = subprocess.run(
+        [*COMMAND, "send", *map(str, CHECKS), "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    again = subprocess.run(
+        [*COMMAND, "send", str(CHECKS[0]), "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert any(token in line for line in lines), "up prints the token it generated"
+    assert (sent.returncode, again.returncode) == (0, 0), sent.stdout + sent.stderr
+    assert sent.stdout.count(": 202 ") == len(CHECKS)
+    expected = {hashlib.sha256(path.read_bytes()).hexdigest(): path for path in CHECKS}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with psycopg.connect(database) as connection:
+            rows = connection.execute(
+                "SELECT body_sha256, document, delivery_count FROM webhook_events"
+            ).fetchall()
+        if len(rows) == len(CHECKS) and sum(r[2] for r in rows) == len(CHECKS) + 1:
+            break
+        time.sleep(0.5)
+    stored = {row[0]: row for row in rows}
+    assert sorted(stored) == sorted(expected)
+    for digest, path in expected.items():
+        assert stored[digest][1] == json.loads(path.read_bytes())
+        assert stored[digest][2] == (2 if path == CHECKS[0] else 1)
+
+    up.send_signal(signal.SIGINT)
+    assert up.wait(timeout=90) == 0
