@@ -299,6 +299,8 @@ async def test_metrics_count_outcomes_and_forms(edge: Edge) -> None:
         await post(edge, body, {"X-TrendMicro-Signature": "0" * 64})
         after = (await client.get(url(edge, "/metrics"))).text
 
-    deltas = [_sample(after, name) - _sample(before, name) for name in (accepted, refused, raw_form)]
+    deltas = [
+        _sample(after, name) - _sample(before, name) for name in (accepted, refused, raw_form)
+    ]
     assert deltas == [1.0, 1.0, 1.0]
     assert "X-TrendMicro-Signature" not in after and TOKEN not in after
