@@ -21,6 +21,8 @@ from conformity_pipeline.lag import group_lag
 from conformity_pipeline.services import Consumers, Edge, build_consumers, build_edge
 from conformity_pipeline.settings import Settings
 from conformity_pipeline.topics import ensure_topics
+from consumers.archive import storable
+from consumers.delivery import Delivery, RecordPosition
 from ingest.signature import sign
 from tests.conftest import TOKEN, SettingsFactory
 from tests.fixtures import fixtures_dir
@@ -295,3 +297,33 @@ def test_two_migrations_at_once_both_succeed(empty_database_url: str) -> None:
     from conformity_pipeline.schema import head_revisions
 
     assert {v[0] for v in versions} == head_revisions()
+
+
+def _delivery(body: bytes) -> Delivery:
+    return Delivery(
+        position=RecordPosition("t", 0, 0),
+        key=None,
+        body=body,
+        event_id=uuid.uuid4(),
+        received_at=datetime(2024, 6, 15, tzinfo=UTC),
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        signature_form="raw",
+        kind="check",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "document", "raw_kept"),
+    [
+        (b'{"a":"plain"}', {"a": "plain"}, False),
+        (b'{"a":"x\\\\u0000"}', {"a": "x\\u0000"}, False),
+        (b'{"a":"\\u0000"}', {"a": "\\u0000"}, True),
+        (b'{"a":"\\ud83d"}', {"a": "\\ud83d"}, True),
+        (b'{"a":"\\ud83d\\udd12"}', {"a": "\U0001f512"}, False),
+    ],
+    ids=["plain", "escaped-backslash", "nul", "lone-surrogate", "surrogate-pair"],
+)
+def test_storable_documents(body: bytes, document: dict[str, str], raw_kept: bool) -> None:
+    stored = storable(_delivery(body))
+    assert json.loads(stored.json_text) == document
+    assert stored.raw_body == (body if raw_kept else None)
