@@ -197,6 +197,11 @@ from conformity_pipeline import ops_commands  # noqa: E402
 ops_commands.register(app)
 
 
+from conformity_pipeline import trend_commands  # noqa: E402
+
+trend_commands.register(app)
+
+
 def main() -> None:
     """Entry point that turns our own errors into a message and exit code 2."""
     try:

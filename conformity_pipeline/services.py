@@ -15,8 +15,8 @@ from conformity_pipeline.errors import ConfigError
 from conformity_pipeline.lag import group_lag
 from conformity_pipeline.schema import assert_at_head
 from conformity_pipeline.settings import Settings
-from consumers.registry import REACTIONS
-from consumers.runtime import subscribe
+from consumers.registry import REACTIONS, default_reactions
+from consumers.runtime import Lifecycle, Reaction, subscribe
 from ingest.app import create_app
 from ingest.publisher import KafkaPublisher
 
@@ -78,6 +78,7 @@ class Consumers:
     names: Sequence[str]
     engine: AsyncEngine
     broker: KafkaBroker = field(init=False)
+    reactions: list[Reaction] = field(init=False)
     _lag_task: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -91,13 +92,16 @@ class Consumers:
             client_id=f"{self.settings.kafka_consumer_group_prefix}-consumers",
             logger=logging.getLogger("consumers.broker"),
         )
-        for name in self.names:
-            subscribe(self.broker, REACTIONS[name](), self.engine, self.settings)
+        self.reactions = [REACTIONS[name]() for name in self.names]
+        for reaction in self.reactions:
+            subscribe(self.broker, reaction, self.engine, self.settings)
 
     async def start(self) -> None:
         """Refuse a schema that is not at head, then join the consumer groups."""
         async with self.engine.connect() as connection:
             await connection.run_sync(assert_at_head)
+        for reaction in self._with_lifecycle():
+            await reaction.start(self.engine, self.settings)
         await self.broker.start()
         self._lag_task = asyncio.create_task(self._watch_lag())
 
@@ -138,13 +142,18 @@ class Consumers:
         if self._lag_task is not None:
             self._lag_task.cancel()
         await self.broker.stop()
+        for reaction in self._with_lifecycle():
+            await reaction.stop()
         await self.engine.dispose()
+
+    def _with_lifecycle(self) -> list[Lifecycle]:
+        return [r for r in self.reactions if isinstance(r, Lifecycle)]
 
 
 def build_consumers(settings: Settings, names: Sequence[str] | None = None) -> Consumers:
-    """Consumers for `names` (every registered reaction by default)."""
+    """Consumers for `names` (by default every reaction whose settings are present)."""
     engine = create_async_engine(settings.sqlalchemy_url, pool_pre_ping=True)
-    return Consumers(settings, list(names or REACTIONS), engine)
+    return Consumers(settings, list(names or default_reactions(settings)), engine)
 
 
 async def run_until_stopped(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from conformity_pipeline.errors import ConfigError
 
@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     consumer_max_records: int = Field(default=1000, ge=1)
     consumer_batch_timeout_ms: int = Field(default=200, ge=0)
     consumer_retry_backoff_seconds: float = Field(default=2.0, ge=0)
+
+    alert_webhook_url: SecretStr | None = None
 
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     public_url: str | None = None
@@ -116,6 +118,14 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
+    except SettingsError as error:
+        # Raised for values that must be JSON; its cause may quote the value, so leave it out.
+        field = re.search(r'field "(\w+)"', str(error))
+        variable = field.group(1).upper() if field else "A setting"
+        raise ConfigError(
+            f"{variable} is not valid JSON; write a JSON object such as "
+            '{"X-Header": "value"} (the README lists every format).'
+        ) from None
 
 
 def _describe(error: ValidationError) -> str:

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -64,6 +64,20 @@ class Reaction(Protocol):
 
         Called again with the same deliveries after any failure, so it must be idempotent.
         """
+        ...
+
+
+@runtime_checkable
+class Lifecycle(Protocol):
+    """A reaction with work outside its batches (a sender loop, say) that starts and stops
+    with the consumers."""
+
+    async def start(self, engine: AsyncEngine, settings: Settings) -> None:
+        """Start the background work; called once the schema is known to be at head."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop the background work, handing back anything unfinished."""
         ...
 
 
