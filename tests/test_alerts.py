@@ -1,6 +1,7 @@
 """The alerts reaction end to end: real edge, real broker, real Postgres, a loopback receiver."""
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,15 +22,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from conformity_pipeline.errors import ConfigError
-from conformity_pipeline.services import Consumers, Edge, build_consumers, build_edge
 from conformity_pipeline.settings import Settings
-from conformity_pipeline.topics import ensure_topics
 from consumers import registry
 from consumers.alert_sender import AlertSender, SendPolicy
 from consumers.alerts import Alerts, failure_of, slack_message
-from consumers.delivery import Delivery, RecordPosition, UnreadableRecord
-from ingest.signature import sign
-from tests.conftest import TOKEN, SettingsFactory
+from consumers.delivery import Delivery, UnreadableRecord
+from tests import builders
+from tests.builders import RunningPipeline
+from tests.conftest import SettingsFactory
 from tests.fixtures import fixtures_dir
 from tests.kafka_helpers import eventually
 
@@ -105,32 +105,17 @@ def alert_rows(engine: Engine) -> list[Any]:
         )
 
 
-class Stack:
-    """The edge and the alerts consumer (with its sender) running in this process."""
+class Stack(RunningPipeline):
+    """The edge and the alerts consumer (its sender started with it) in this process."""
 
     def __init__(self, settings: Settings, alerts: Alerts) -> None:
-        self.settings = settings
+        super().__init__(settings, ["alerts"])
         self.alerts = alerts
-        self.edge: Edge = build_edge(settings)
-        self.consumers: Consumers = build_consumers(settings, ["alerts"])
 
-    async def start(self) -> None:
-        await asyncio.to_thread(ensure_topics, self.settings)
-        await self.consumers.start()
-        await self.alerts.start(self.consumers.engine, self.settings)
-        await self.edge.start()
-
-    async def stop(self) -> None:
-        await self.edge.stop()
-        await self.alerts.stop()
-        await self.consumers.stop()
-
-    async def post(self, body: bytes) -> None:
-        headers = {"X-TrendMicro-Signature": sign(body, TOKEN)}
-        url = f"http://127.0.0.1:{self.edge.port}/webhooks/conformity"
-        async with httpx.AsyncClient() as client:
-            answer = await client.post(url, content=body, headers=headers)
+    async def post(self, body: bytes) -> httpx.Response:
+        answer = await super().post(body)
         assert answer.status_code == 202, answer.text
+        return answer
 
 
 def severe_failures(lines: list[bytes]) -> set[str]:
@@ -216,17 +201,7 @@ async def test_redelivery_and_resent_bodies_post_nothing_again(
 
 
 def delivery(document: dict[str, Any] | bytes, kind: str = "check") -> Delivery:
-    body = document if isinstance(document, bytes) else json.dumps(document).encode()
-    return Delivery(
-        position=RecordPosition("checks", 0, 0),
-        key=None,
-        body=body,
-        event_id=uuid.uuid4(),
-        received_at=FIXED_NOW,
-        body_sha256="ab" * 32,
-        signature_form="raw",
-        kind=kind,
-    )
+    return builders.delivery(document, received_at=FIXED_NOW, kind=kind)
 
 
 def check(**fields: Any) -> dict[str, Any]:
@@ -270,9 +245,10 @@ def test_a_repeat_of_the_same_failure_has_the_same_key_and_a_new_failure_a_new_o
 def test_a_failure_without_dates_is_keyed_by_its_body() -> None:
     document = check(riskLevel="EXTREME")
     del document["lastStatusUpdateDate"], document["failureDiscoveryDate"]
-    failure = failure_of(delivery(document))
+    given = delivery(document)
+    failure = failure_of(given)
     assert failure is not None
-    assert failure.failure_key == "body:" + "ab" * 32
+    assert failure.failure_key == "body:" + hashlib.sha256(given.body).hexdigest()
     assert failure.failing_since is None
 
 

@@ -12,19 +12,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from conformity_pipeline.errors import SchemaNotAtHead
 from conformity_pipeline.lag import group_lag
-from conformity_pipeline.services import Consumers, Edge, build_consumers, build_edge
+from conformity_pipeline.services import build_consumers
 from conformity_pipeline.settings import Settings
 from conformity_pipeline.topics import ensure_topics
 from consumers.archive import storable
-from consumers.delivery import Delivery, RecordPosition
-from ingest.signature import sign
-from tests.conftest import TOKEN, SettingsFactory
+from tests.builders import RunningPipeline, delivery
+from tests.conftest import SettingsFactory
 from tests.fixtures import fixtures_dir
 from tests.kafka_helpers import eventually, produce, read_topic
 
@@ -32,30 +30,16 @@ FIXTURES = sorted(fixtures_dir().glob("*.json"))
 CHECK_FIXTURES = [path for path in FIXTURES if "signatures" not in path.name]
 
 
-class Pipeline:
-    """An edge and the archive consumer running in this process."""
+class Pipeline(RunningPipeline):
+    """The edge and the archive consumer, with a way to read what they stored."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.edge: Edge = build_edge(settings)
-        self.consumers: Consumers = build_consumers(settings, ["archive"])
+        super().__init__(settings, ["archive"])
         self.engine = create_engine(settings.sqlalchemy_url)
 
-    async def start(self) -> None:
-        await asyncio.to_thread(ensure_topics, self.settings)
-        await self.consumers.start()
-        await self.edge.start()
-
     async def stop(self) -> None:
-        await self.edge.stop()
-        await self.consumers.stop()
+        await super().stop()
         self.engine.dispose()
-
-    async def post(self, body: bytes) -> httpx.Response:
-        headers = {"X-TrendMicro-Signature": sign(body, TOKEN)}
-        async with httpx.AsyncClient() as client:
-            url = f"http://127.0.0.1:{self.edge.port}/webhooks/conformity"
-            return await client.post(url, content=body, headers=headers)
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
         with self.engine.connect() as connection:
@@ -299,19 +283,6 @@ def test_two_migrations_at_once_both_succeed(empty_database_url: str) -> None:
     assert {v[0] for v in versions} == head_revisions()
 
 
-def _delivery(body: bytes) -> Delivery:
-    return Delivery(
-        position=RecordPosition("t", 0, 0),
-        key=None,
-        body=body,
-        event_id=uuid.uuid4(),
-        received_at=datetime(2024, 6, 15, tzinfo=UTC),
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        signature_form="raw",
-        kind="check",
-    )
-
-
 @pytest.mark.parametrize(
     ("body", "document", "raw_kept"),
     [
@@ -324,6 +295,6 @@ def _delivery(body: bytes) -> Delivery:
     ids=["plain", "escaped-backslash", "nul", "lone-surrogate", "surrogate-pair"],
 )
 def test_storable_documents(body: bytes, document: dict[str, str], raw_kept: bool) -> None:
-    stored = storable(_delivery(body))
+    stored = storable(delivery(body))
     assert json.loads(stored.json_text) == document
     assert stored.raw_body == (body if raw_kept else None)

@@ -9,8 +9,8 @@ import pytest
 
 from consumers.checks import Check, event_time, parse_check, read_check
 from consumers.delivery import UnreadableRecord
+from tests.builders import delivery
 from tests.fixtures import fixtures_dir
-from tests.trend_model import delivery
 
 RECEIVED = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 CHECK_FILES = sorted(

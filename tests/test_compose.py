@@ -5,10 +5,8 @@ Every service's environment uses settings the code reads, every `${VAR}` has a l
 query of the dashboards runs against the schema at head, empty and with checks stored.
 """
 
-import hashlib
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +22,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from conformity_pipeline import metrics
 from conformity_pipeline.doctor import public_url_advice, public_url_problems
 from conformity_pipeline.settings import Settings
-from consumers.delivery import Delivery, RecordPosition
 from consumers.registry import REACTIONS
+from tests.builders import delivery
 from tests.fixtures import fixtures_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,6 +281,10 @@ def connection(database_url: str) -> Iterator[Connection]:
     engine.dispose()
 
 
+# After every sample check's event time, as a live edge's receive time would be.
+RECEIVED = datetime(2024, 12, 31, tzinfo=UTC)
+
+
 def run_queries(connection: Connection, accounts: list[str]) -> dict[str, list[Any]]:
     results = {}
     for where, sql in sql_queries():
@@ -297,19 +299,6 @@ def test_every_dashboard_query_runs_against_the_empty_schema(connection: Connect
     assert all(rows == [] for where, rows in results.items() if "score per account" in where)
 
 
-def delivery(body: bytes, offset: int) -> Delivery:
-    return Delivery(
-        position=RecordPosition("checks", 0, offset),
-        key=None,
-        body=body,
-        event_id=uuid.uuid4(),
-        received_at=datetime(2024, 12, 31, tzinfo=UTC),
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        signature_form="raw",
-        kind="check",
-    )
-
-
 async def store_fixtures(database_url: str) -> None:
     """Every sample check, through the `checks` reaction that fills the trend tables."""
     bodies = (fixtures_dir() / "sequence-one-account.jsonl").read_bytes().splitlines()
@@ -319,7 +308,9 @@ async def store_fixtures(database_url: str) -> None:
     try:
         async with engine.begin() as opened:
             reaction = REACTIONS["checks"]()
-            rejected = await reaction.apply(opened, [delivery(b, i) for i, b in enumerate(bodies)])
+            rejected = await reaction.apply(
+                opened, [delivery(b, offset=i, received_at=RECEIVED) for i, b in enumerate(bodies)]
+            )
     finally:
         await engine.dispose()
     assert list(rejected) == []

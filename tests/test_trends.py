@@ -19,8 +19,9 @@ from consumers.history import CheckHistory
 from consumers.rebuild import list_accounts, rebuild
 from consumers.runtime import Rejection
 from consumers.trends import affected_days, merge_spans
+from tests.builders import delivery
 from tests.fixtures import fixtures_dir
-from tests.trend_model import delivery, dump, model, read_all, truncate
+from tests.trend_model import dump, model, read_all, truncate
 
 SEQUENCE = (fixtures_dir() / "sequence-one-account.jsonl").read_bytes().splitlines()
 EXPECTED: dict[str, Any] = json.loads(

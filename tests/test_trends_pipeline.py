@@ -1,49 +1,35 @@
 """The worked example through the whole pipeline: HTTP edge, topic, consumers, tables."""
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from conformity_pipeline.services import Consumers, Edge, build_consumers, build_edge
 from conformity_pipeline.settings import Settings
-from conformity_pipeline.topics import Header, ensure_topics
-from ingest.signature import sign
-from tests.conftest import TOKEN, SettingsFactory
+from conformity_pipeline.topics import Header
+from tests.builders import RunningPipeline
+from tests.conftest import SettingsFactory
 from tests.fixtures import fixtures_dir
 from tests.kafka_helpers import eventually, read_topic
 from tests.test_trends import EXPECTED, SEQUENCE, assert_matches_the_worked_example, trend_days
 
 
-class RunningPipeline:
-    """The edge with the archive and checks consumers, in this process."""
+class TrendPipeline(RunningPipeline):
+    """The edge with the archive and checks consumers, and an engine to read the tables."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.edge: Edge = build_edge(settings)
-        self.consumers: Consumers = build_consumers(settings, ["archive", "checks"])
+        super().__init__(settings, ["archive", "checks"])
         self.engine: AsyncEngine = create_async_engine(settings.sqlalchemy_url)
 
-    async def start(self) -> None:
-        await asyncio.to_thread(ensure_topics, self.settings)
-        await self.consumers.start()
-        await self.edge.start()
-
     async def stop(self) -> None:
-        await self.edge.stop()
-        await self.consumers.stop()
+        await super().stop()
         await self.engine.dispose()
 
-    async def post(self, body: bytes) -> int:
-        headers = {"X-TrendMicro-Signature": sign(body, TOKEN)}
-        url = f"http://127.0.0.1:{self.edge.port}/webhooks/conformity"
-        async with httpx.AsyncClient() as client:
-            return (await client.post(url, content=body, headers=headers)).status_code
+    async def status(self, body: bytes) -> int:
+        return (await self.post(body)).status_code
 
     async def scalar(self, sql: str) -> Any:
         async with self.engine.connect() as connection:
@@ -51,18 +37,18 @@ class RunningPipeline:
 
 
 @pytest.fixture
-async def pipeline(make_settings: SettingsFactory) -> AsyncIterator[RunningPipeline]:
-    running = RunningPipeline(make_settings())
+async def pipeline(make_settings: SettingsFactory) -> AsyncIterator[TrendPipeline]:
+    running = TrendPipeline(make_settings())
     await running.start()
     yield running
     await running.stop()
 
 
 async def test_the_worked_example_passes_through_the_whole_pipeline(
-    pipeline: RunningPipeline,
+    pipeline: TrendPipeline,
 ) -> None:
-    statuses = [await pipeline.post(line) for line in SEQUENCE]
-    await pipeline.post((fixtures_dir() / "test-message.txt").read_bytes())
+    statuses = [await pipeline.status(line) for line in SEQUENCE]
+    await pipeline.status((fixtures_dir() / "test-message.txt").read_bytes())
 
     async def settled() -> bool:
         days = await trend_days(pipeline.engine)
@@ -76,13 +62,13 @@ async def test_the_worked_example_passes_through_the_whole_pipeline(
 
 
 async def test_an_unreadable_check_goes_to_the_dead_letters_and_the_rest_is_stored(
-    pipeline: RunningPipeline,
+    pipeline: TrendPipeline,
 ) -> None:
     bad = json.loads(SEQUENCE[0]) | {"riskLevel": "SEVERE"}
     del bad["lastStatusUpdateDate"]
 
-    assert await pipeline.post(json.dumps(bad).encode()) == 202
-    assert await pipeline.post(SEQUENCE[1]) == 202
+    assert await pipeline.status(json.dumps(bad).encode()) == 202
+    assert await pipeline.status(SEQUENCE[1]) == 202
 
     await eventually(lambda: pipeline.scalar("SELECT count(*) FROM checks"), timeout=60)
     bootstrap = pipeline.settings.require_kafka()

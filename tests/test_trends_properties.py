@@ -23,7 +23,8 @@ from consumers.archive import Archive
 from consumers.delivery import Delivery
 from consumers.history import CheckHistory
 from consumers.rebuild import list_accounts, rebuild
-from tests.trend_model import ARCHIVE_TABLES, CHECK_TABLES, delivery, dump, model, read_all
+from tests.builders import delivery
+from tests.trend_model import ARCHIVE_TABLES, CHECK_TABLES, dump, model, read_all
 from tests.trend_model import truncate as empty
 
 START = datetime(2024, 3, 30, tzinfo=UTC)

@@ -5,9 +5,6 @@ following the definitions in `consumers/trends.py` and `docs/tables.md`. The dum
 tables into the very same shape, so a test compares the two with one `==`.
 """
 
-import hashlib
-import json
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.checks import Check, read_check
-from consumers.delivery import Delivery, RecordPosition
+from consumers.delivery import Delivery
 
 RISK_LEVELS = ("LOW", "MEDIUM", "HIGH", "VERY_HIGH", "EXTREME")
 CHECK_TABLES = (
@@ -28,28 +25,6 @@ CHECK_TABLES = (
     "account_breakdown_snapshots",
 )
 ARCHIVE_TABLES = ("webhook_events", "webhook_deliveries")
-RECEIVED = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
-
-
-def delivery(
-    body: bytes | dict[str, Any],
-    *,
-    offset: int = 0,
-    received_at: datetime = RECEIVED,
-    kind: str = "check",
-) -> Delivery:
-    """A decoded record as the edge would have written it to the topic."""
-    raw = json.dumps(body).encode() if isinstance(body, dict) else body
-    return Delivery(
-        position=RecordPosition("checks", 0, offset),
-        key=None,
-        body=raw,
-        event_id=uuid.uuid4(),
-        received_at=received_at,
-        body_sha256=hashlib.sha256(raw).hexdigest(),
-        signature_form="raw",
-        kind=kind,
-    )
 
 
 async def truncate(connection: AsyncConnection, tables: Iterable[str] = CHECK_TABLES) -> None:
