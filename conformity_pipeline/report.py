@@ -21,7 +21,6 @@ _TREND = text(
 )
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
-_BAR_WIDTH = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +69,21 @@ def _trend_day(values: RowMapping) -> TrendDay:
 
 
 def render_trend(account_id: str, days: Sequence[TrendDay]) -> RenderableType:
-    """A table of the days with a score bar each, and a one-line chart of the score."""
+    """A table of the days, each score coloured, and a one-line chart of the score."""
     table = Table(title=f"Compliance of account {account_id} (UTC days)")
-    for heading in ("Day", "Failing", "Passing", "Score", "", "New", "Resolved"):
-        table.add_column(heading, justify="left" if heading in ("Day", "") else "right")
+    table.add_column("Day", no_wrap=True)
+    for heading in ("Failing", "Passing", "Score", "New", "Resolved"):
+        table.add_column(heading, justify="right", no_wrap=True)
     table.add_column("Failing by risk")
     for day in days:
         table.add_row(
             day.day.isoformat() + ("" if day.has_events else " ·"),
             str(day.failing),
             str(day.passing),
-            "-" if day.score is None else f"{day.score:.2f}",
-            _bar(day.score),
+            Text("-" if day.score is None else f"{day.score:.2f}", style=_colour(day.score)),
             str(day.new_failures),
             str(day.resolved),
-            ", ".join(f"{level} {count}" for level, count in day.failing_by_risk.items()),
+            " ".join(f"{level}:{count}" for level, count in day.failing_by_risk.items()),
         )
     return Group(table, _chart(days))
 
@@ -95,11 +94,6 @@ def _colour(score: Decimal | None) -> str:
     if score >= 90:
         return "green"
     return "yellow" if score >= 70 else "red"
-
-
-def _bar(score: Decimal | None) -> Text:
-    filled = 0 if score is None else round(score * _BAR_WIDTH / 100)
-    return Text("█" * filled + "░" * (_BAR_WIDTH - filled), style=_colour(score))
 
 
 def sparkline(scores: Sequence[Decimal | None]) -> str:

@@ -12,11 +12,20 @@ from sqlalchemy.exc import OperationalError
 
 import migrations
 from conformity_pipeline.errors import DependencyError, SchemaNotAtHead
+from conformity_pipeline.settings import masked_url
 
 logger = logging.getLogger(__name__)
 
 # Any fixed number works; it only has to be the same in every process of this product.
 _MIGRATION_LOCK = 0x43_4F_4E_46_4F_52_4D
+
+
+def database_unreachable(url: str, error: OperationalError) -> DependencyError:
+    """The error to raise when Postgres at `url` does not answer (the password masked)."""
+    return DependencyError(
+        f"Could not reach Postgres at DATABASE_URL={masked_url(url)}; check that it runs and "
+        f"that the URL is right ({type(error.orig).__name__})."
+    )
 
 
 def alembic_config() -> Config:
@@ -49,10 +58,7 @@ def upgrade_to_head(sqlalchemy_url: str) -> None:
                 )
                 connection.commit()
     except OperationalError as error:
-        raise DependencyError(
-            "Could not reach Postgres at DATABASE_URL to migrate; check that it runs and that "
-            f"the URL is right ({type(error.orig).__name__})."
-        ) from error
+        raise database_unreachable(sqlalchemy_url, error) from error
     finally:
         engine.dispose()
 

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 import uvicorn
 from faststream.kafka import KafkaBroker
 from kafka.errors import KafkaError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from conformity_pipeline import metrics
 from conformity_pipeline.errors import ConfigError
 from conformity_pipeline.lag import group_lag
-from conformity_pipeline.schema import assert_at_head
+from conformity_pipeline.schema import assert_at_head, database_unreachable
 from conformity_pipeline.settings import Settings
 from consumers.registry import REACTIONS, default_reactions
 from consumers.runtime import Lifecycle, Reaction, subscribe
@@ -98,8 +99,11 @@ class Consumers:
 
     async def start(self) -> None:
         """Refuse a schema that is not at head, then join the consumer groups."""
-        async with self.engine.connect() as connection:
-            await connection.run_sync(assert_at_head)
+        try:
+            async with self.engine.connect() as connection:
+                await connection.run_sync(assert_at_head)
+        except OperationalError as error:
+            raise database_unreachable(self.settings.sqlalchemy_url, error) from error
         for reaction in self._with_lifecycle():
             await reaction.start(self.engine, self.settings)
         await self.broker.start()

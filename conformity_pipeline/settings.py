@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from conformity_pipeline.errors import ConfigError
 
@@ -110,6 +112,14 @@ def to_psycopg_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     raise ConfigError("DATABASE_URL must start with postgresql:// (or postgres://).")
+
+
+def masked_url(url: str) -> str:
+    """`url` with any password replaced by ***, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an unparsable URL)"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from conformity_pipeline.errors import SchemaNotAtHead
+from conformity_pipeline.errors import DependencyError, SchemaNotAtHead
 from conformity_pipeline.lag import group_lag
 from conformity_pipeline.services import build_consumers
 from conformity_pipeline.settings import Settings
@@ -191,6 +191,17 @@ async def test_consumer_refuses_a_schema_not_at_head(
     with pytest.raises(SchemaNotAtHead, match="conformity-pipeline migrate"):
         await consumers.start()
     await consumers.stop()
+
+
+async def test_consumer_names_the_database_it_cannot_reach(make_settings: SettingsFactory) -> None:
+    settings = make_settings(database_url="postgresql://postgres:pw@127.0.0.1:1/none")
+    consumers = build_consumers(settings, ["archive"])
+    with pytest.raises(DependencyError) as raised:
+        await consumers.start()
+    await consumers.stop()
+    assert str(raised.value).startswith(
+        "Could not reach Postgres at DATABASE_URL=postgresql+psycopg://postgres:***@127.0.0.1:1/none;"
+    )
 
 
 def _pipeline_env(settings: Settings) -> dict[str, str]:

@@ -12,10 +12,13 @@ from typing import IO
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from conformity_pipeline.cli import app
 from tests.fixtures import fixtures_dir
 
 CHECKS = sorted(fixtures_dir().glob("*.json"))
+SEQUENCE = fixtures_dir() / "sequence-one-account.jsonl"
 COMMAND = [sys.executable, "-m", "conformity_pipeline"]
 UNSET = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "CONFORMITY_WEBHOOK_TOKENS")
 
@@ -66,7 +69,7 @@ def test_up_then_send_stores_each_fixture_once(up: subprocess.Popen[str], tmp_pa
         check=False,
     )
     again = subprocess.run(
-        [*COMMAND, "send", str(CHECKS[0]), "--data-dir", str(data)],
+        [*COMMAND, "send", str(CHECKS[0]), str(SEQUENCE), "--data-dir", str(data)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -76,6 +79,7 @@ def test_up_then_send_stores_each_fixture_once(up: subprocess.Popen[str], tmp_pa
     assert any(token in line for line in lines), "up prints the token it generated"
     assert (sent.returncode, again.returncode) == (0, 0), sent.stdout + sent.stderr
     assert sent.stdout.count(": 202 ") == len(CHECKS)
+    assert [line.split(" ")[1] for line in again.stdout.splitlines()] == ["202"] * 9
     expected = {hashlib.sha256(path.read_bytes()).hexdigest(): path for path in CHECKS}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -83,14 +87,22 @@ def test_up_then_send_stores_each_fixture_once(up: subprocess.Popen[str], tmp_pa
             rows = connection.execute(
                 "SELECT body_sha256, document, delivery_count FROM webhook_events"
             ).fetchall()
-        if len(rows) == len(CHECKS) and sum(r[2] for r in rows) == len(CHECKS) + 1:
+        if len(rows) == len(CHECKS) + 7 and sum(r[2] for r in rows) == len(CHECKS) + 9:
             break
         time.sleep(0.5)
     stored = {row[0]: row for row in rows}
-    assert sorted(stored) == sorted(expected)
+    sequence = {hashlib.sha256(line).hexdigest() for line in SEQUENCE.read_bytes().splitlines()}
+    assert sorted(stored) == sorted(set(expected) | sequence)
     for digest, path in expected.items():
         assert stored[digest][1] == json.loads(path.read_bytes())
         assert stored[digest][2] == (2 if path == CHECKS[0] else 1)
 
     up.send_signal(signal.SIGINT)
     assert up.wait(timeout=90) == 0
+
+
+def test_send_refuses_a_missing_file_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["send", str(tmp_path / "nope.json")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert "Traceback" not in result.output

@@ -154,7 +154,9 @@ def test_lag_and_dead_letters_are_reported_with_what_to_do(
 
     assert verdicts(findings)["lag archive"] is Verdict.WARN
     assert detail(findings, "lag archive").startswith("3 records behind")
-    assert "never joined" in detail(findings, "lag checks")
+    assert detail(findings, "lag checks").endswith(
+        "has not joined and 3 records wait for it; start `conformity-pipeline consume checks`."
+    )
     assert verdicts(findings)["dead letters"] is Verdict.WARN
     assert "conformity-pipeline dead-letters" in detail(findings, "dead letters")
     assert Verdict.FAIL not in verdicts(findings).values()

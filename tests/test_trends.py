@@ -458,7 +458,7 @@ async def test_the_trend_command_prints_the_table_and_the_chart(
     )
 
     assert result.exit_code == 0, result.output
-    for shown in ("2024-06-15", "2024-06-20", "33.33", "66.67", "100.00", "EXTREME 1"):
+    for shown in ("2024-06-15", "2024-06-20", "33.33", "66.67", "100.00", "EXTREME:1"):
         assert shown in result.output
     assert "Score ▃▃▃▆██" in result.output
 
