@@ -42,7 +42,13 @@ def _fail(error: PipelineError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _run_services(settings: Settings, *, edge: bool, consumer_names: list[str] | None) -> None:
+def _run_services(
+    settings: Settings,
+    *,
+    edge: bool,
+    consumer_names: list[str] | None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -52,7 +58,7 @@ def _run_services(settings: Settings, *, edge: bool, consumer_names: list[str] |
         consumers = (
             build_consumers(settings, consumer_names) if consumer_names is not None else None
         )
-        await run_until_stopped(stop, built_edge, consumers, on_ready=_announce(settings))
+        await run_until_stopped(stop, built_edge, consumers, on_ready=on_ready)
 
     asyncio.run(main())
 
@@ -111,7 +117,7 @@ def up(
             settings = _settings(pipeline_data_dir=folder, **_embedded(base, folder, stack))
             upgrade_to_head(settings.sqlalchemy_url)
             ensure_topics(settings)
-            _run_services(settings, edge=True, consumer_names=[])
+            _run_services(settings, edge=True, consumer_names=[], on_ready=_announce(settings))
     except PipelineError as error:
         raise _fail(error) from None
 

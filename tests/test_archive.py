@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,15 +217,16 @@ def _pipeline_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _spawn_consumer(settings: Settings) -> subprocess.Popen[bytes]:
+def _spawn_consumer(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "conformity_pipeline", "consume", "archive"]
-    return subprocess.Popen(
-        command, env=_pipeline_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            command, env=_pipeline_env(settings), stdout=output, stderr=subprocess.STDOUT
+        )
 
 
 async def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(
-    make_settings: SettingsFactory,
+    make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
     settings = make_settings()
     await asyncio.to_thread(ensure_topics, settings)
@@ -250,13 +252,17 @@ async def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(
 
     group = f"{settings.kafka_consumer_group_prefix}.archive"
     assert group_lag(settings, group) == 3000
-    first = _spawn_consumer(settings)
-    await eventually(lambda: stored() > 0, timeout=60, interval=0.05)
+    log = tmp_path / "consumer.log"
+    first = _spawn_consumer(settings, log)
+    try:
+        await eventually(lambda: stored() > 0, timeout=60, interval=0.05)
+    except AssertionError:
+        raise AssertionError(f"nothing stored; the consumer said:\n{log.read_text()}") from None
     first.send_signal(signal.SIGKILL)
     first.wait()
     killed_at = stored()
 
-    second = _spawn_consumer(settings)
+    second = _spawn_consumer(settings, log)
     try:
         await eventually(lambda: stored() == 3000, timeout=120)
     finally:
