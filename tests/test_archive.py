@@ -201,7 +201,8 @@ async def test_consumer_names_the_database_it_cannot_reach(make_settings: Settin
         await consumers.start()
     await consumers.stop()
     assert str(raised.value).startswith(
-        "Could not reach Postgres at DATABASE_URL=postgresql+psycopg://postgres:***@127.0.0.1:1/none;"
+        "Could not reach Postgres at "
+        "DATABASE_URL=postgresql+psycopg://postgres:***@127.0.0.1:1/none;"
     )
 
 

@@ -5,7 +5,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -96,7 +96,7 @@ async def test_record_carries_key_and_headers(edge: Edge, settings: Settings) ->
     assert record.key == b"6d1f0c2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
     assert headers["event-id"] == answer.json()["event_id"]
     assert uuid.UUID(headers["event-id"]).version == 4
-    assert datetime.fromisoformat(headers["received-at"]).utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert datetime.fromisoformat(headers["received-at"]).utcoffset() == timedelta(0)
     assert headers["signature-form"] == "raw"
     assert headers["body-sha256"] == hashlib.sha256(body).hexdigest()
     assert headers["kind"] == "check"
