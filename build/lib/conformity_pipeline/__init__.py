@@ -1,0 +1,1 @@
+"""Conformity pipeline: keeps the full history of Cloud One Conformity check results."""

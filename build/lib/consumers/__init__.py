@@ -1,0 +1,1 @@
+"""Kafka consumers, one per reaction, each in its own consumer group."""
