@@ -126,7 +126,9 @@ def _embedded(base: Settings, folder: Path, stack: ExitStack) -> dict[str, objec
     """Start what `base` leaves unset; the broker stops when `stack` closes."""
     overrides: dict[str, object] = {}
     if not base.kafka_bootstrap_servers:
-        broker = local.start_broker(log_path=folder / "broker.log")
+        broker = local.start_broker(
+            port=local.remembered_port(folder / "broker-port"), log_path=folder / "broker.log"
+        )
         stack.callback(broker.stop)
         overrides["kafka_bootstrap_servers"] = broker.bootstrap_servers
     if not base.database_url:
@@ -167,6 +169,8 @@ def _local_env(settings: Settings) -> dict[str, str]:
         "KAFKA_DEAD_LETTER_TOPIC": settings.kafka_dead_letter_topic,
         "KAFKA_CONSUMER_GROUP_PREFIX": settings.kafka_consumer_group_prefix,
         "PIPELINE_DATA_DIR": str(settings.pipeline_data_dir),
+        # The file is the owner's alone, like the token file beside it.
+        "CONFORMITY_WEBHOOK_TOKENS": ",".join(settings.token_values),
     }
 
 

@@ -28,6 +28,22 @@ def _not_installed(variable: str) -> ConfigError:
     )
 
 
+def remembered_port(path: Path) -> int:
+    """The port kept in `path` when it is still free, else a new free one (then kept)."""
+    if path.exists() and path.read_text().strip().isdigit():
+        port = int(path.read_text())
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                pass  # taken since: choose another one below
+    port = free_port()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{port}\n")
+    return port
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:

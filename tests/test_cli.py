@@ -3,7 +3,9 @@
 import hashlib
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,8 +102,40 @@ def test_up_then_send_stores_each_fixture_once(up: subprocess.Popen[str], tmp_pa
         assert stored[digest][1] == json.loads(path.read_bytes())
         assert stored[digest][2] == (2 if path == CHECKS[0] else 1)
 
+    written = _read_env_file(data / "env")
+    kafka = next(line.split(": ", 1)[1] for line in lines if line.startswith("Kafka"))
+    assert written["KAFKA_BOOTSTRAP_SERVERS"] == kafka
+    assert written["CONFORMITY_WEBHOOK_TOKENS"] == token
+    doctor = subprocess.run(
+        [*COMMAND, "doctor"],
+        env={k: v for k, v in os.environ.items() if k not in UNSET} | written,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert doctor.stdout.splitlines()[-1].startswith("0 failed")
+
     up.send_signal(signal.SIGINT)
     assert up.wait(timeout=90) == 0
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """The variables of a file `up` wrote for `set -a; . FILE`."""
+    pairs = [line.split("=", 1) for line in path.read_text().splitlines() if "=" in line]
+    return {name: shlex.split(value)[0] if value else "" for name, value in pairs}
+
+
+def test_the_broker_port_is_kept_while_it_stays_free(tmp_path: Path) -> None:
+    kept = tmp_path / "broker-port"
+    first = local.remembered_port(kept)
+    assert local.remembered_port(kept) == first
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first))
+        other = local.remembered_port(kept)
+    assert other != first
+    assert kept.read_text().strip() == str(other)
 
 
 def test_send_refuses_a_missing_file_in_one_line(tmp_path: Path) -> None:
