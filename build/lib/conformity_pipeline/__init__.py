@@ -1,1 +1,0 @@
-"""Conformity pipeline: keeps the full history of Cloud One Conformity check results."""

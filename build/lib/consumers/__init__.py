@@ -1,1 +1,0 @@
-"""Kafka consumers, one per reaction, each in its own consumer group."""

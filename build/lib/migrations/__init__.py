@@ -1,1 +1,0 @@
-"""Alembic migrations: the only place the database schema is defined."""
